@@ -807,6 +807,9 @@ func jsonMuxErrors(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h, pattern := mux.Handler(r)
 		if pattern != "" {
+			if l, ok := r.Context().Value(requestLogKey{}).(*requestLog); ok {
+				l.route = pattern
+			}
 			mux.ServeHTTP(w, r)
 			return
 		}
@@ -1078,7 +1081,8 @@ func (s *server) originAllowed(origin string) bool {
 
 // requestLog collects what the log line of one request reports.
 type requestLog struct {
-	err error
+	route string // the pattern that matched, set by jsonMuxErrors
+	err   error
 }
 
 type requestLogKey struct{}
@@ -1107,7 +1111,7 @@ func (s *server) logRequests(next http.Handler) http.Handler {
 		level := slog.LevelInfo
 		attrs := []slog.Attr{
 			slog.String("method", r.Method),
-			slog.String("route", cmp.Or(r.Pattern, "unmatched")),
+			slog.String("route", cmp.Or(entry.route, "unmatched")),
 			slog.Int("status", rec.status()),
 			slog.Duration("duration", time.Since(start)),
 			slog.Int64("bytes", rec.bytes),
