@@ -18,11 +18,20 @@ import (
 
 type ConduitStackProps struct {
 	awscdk.StackProps
-	Tier string // a key of tiers; empty means defaultTier
+	Tier    string // a key of tiers; empty means defaultTier
+	Compute string // computeAppRunner (the default when empty) or computeECSExpress
 	// NATGateway gives the service a route to the internet, for code that
 	// must call out. Conduit calls nothing outside the VPC, so it is off.
 	NATGateway bool
 }
+
+// The computes that can run the service. App Runner is the maintainer's
+// choice; it has taken no new customers since 30 April 2026, and AWS points
+// those to ECS Express Mode.
+const (
+	computeAppRunner  = "apprunner"
+	computeECSExpress = "ecs-express"
+)
 
 const (
 	databaseName = "conduit"
@@ -45,21 +54,44 @@ func NewConduitStack(scope constructs.Construct, id string, props *ConduitStackP
 	if !ok {
 		panic(fmt.Sprintf("unknown tier %q: want small, medium or large", tierName))
 	}
+	compute := props.Compute
+	if compute == "" {
+		compute = computeAppRunner
+	}
+	if compute != computeAppRunner && compute != computeECSExpress {
+		panic(fmt.Sprintf("unknown compute %q: want %s or %s", compute, computeAppRunner, computeECSExpress))
+	}
+	if compute == computeECSExpress && props.NATGateway {
+		panic("nat=true does not apply to compute=ecs-express: its tasks sit in public subnets, which route to the internet gateway, not a NAT gateway")
+	}
 	if sprops.Description == nil {
-		sprops.Description = jsii.String("Conduit (RealWorld API) on App Runner and RDS PostgreSQL, tier " + tierName)
+		sprops.Description = jsii.String("Conduit (RealWorld API) on " + compute + " and RDS PostgreSQL 16, tier " + tierName)
 	}
 	stack := awscdk.NewStack(scope, &id, &sprops)
 
-	// Isolated subnets come first so that turning NAT on later appends
-	// subnets without moving the database's to other address ranges.
+	// Isolated subnets come first so that turning NAT on, or switching the
+	// compute, appends subnets without moving the database's.
 	subnets := []*awsec2.SubnetConfiguration{{
 		Name:       jsii.String("Isolated"),
 		SubnetType: awsec2.SubnetType_PRIVATE_ISOLATED,
 		CidrMask:   jsii.Number(24),
 	}}
+	// App Runner reaches the VPC through a connector in isolated subnets:
+	// nothing there needs a way out.
 	serviceSubnets := awsec2.SubnetType_PRIVATE_ISOLATED
 	natGateways := 0
-	if props.NATGateway {
+	switch {
+	case compute == computeECSExpress:
+		// Express Mode's load balancer is internet-facing only in public
+		// subnets, and its tasks share them (see ecsexpress.go).
+		subnets = append(subnets, &awsec2.SubnetConfiguration{
+			Name:                jsii.String("Public"),
+			SubnetType:          awsec2.SubnetType_PUBLIC,
+			CidrMask:            jsii.Number(24),
+			MapPublicIpOnLaunch: jsii.Bool(false),
+		})
+		serviceSubnets = awsec2.SubnetType_PUBLIC
+	case props.NATGateway:
 		subnets = append(subnets,
 			&awsec2.SubnetConfiguration{
 				Name:       jsii.String("Public"),
@@ -106,7 +138,7 @@ func NewConduitStack(scope constructs.Construct, id string, props *ConduitStackP
 	db := awsrds.NewDatabaseInstance(stack, jsii.String("Database"), &awsrds.DatabaseInstanceProps{
 		Engine:       postgres16,
 		InstanceType: awsec2.InstanceType_Of(awsec2.InstanceClass_BURSTABLE4_GRAVITON, t.dbInstanceSize),
-		MultiAz:      jsii.Bool(t.dbMultiAZ),
+		MultiAz:      jsii.Bool(t.multiAZ),
 		Parameters: &map[string]*string{
 			"max_connections": jsii.String(strconv.Itoa(t.dbMaxConnections)),
 		},
@@ -159,7 +191,15 @@ func NewConduitStack(scope constructs.Construct, id string, props *ConduitStackP
 		},
 		secretARNs: []*string{dbSecret.SecretArn(), jwtSecret.SecretArn()},
 	}
-	url, serviceSG := newAppRunnerService(stack, svc)
+	// The one place that decides which compute runs the service.
+	var url *string
+	var serviceSG awsec2.ISecurityGroup
+	switch compute {
+	case computeAppRunner:
+		url, serviceSG = newAppRunnerService(stack, svc)
+	case computeECSExpress:
+		url, serviceSG = newECSExpressService(stack, svc)
+	}
 	// From the service's group only, never from an address range.
 	db.Connections().AllowFrom(serviceSG, awsec2.Port_Tcp(jsii.Number(databasePort)), jsii.String("Conduit service"))
 
@@ -199,6 +239,7 @@ func main() {
 
 	NewConduitStack(app, "Conduit", &ConduitStackProps{
 		Tier:       contextString(app, "tier"),
+		Compute:    contextString(app, "compute"),
 		NATGateway: contextString(app, "nat") == "true",
 	})
 

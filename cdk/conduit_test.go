@@ -4,7 +4,9 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,25 +18,31 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
 )
 
+var computes = []string{computeAppRunner, computeECSExpress}
+
 func TestResourceCounts(t *testing.T) {
-	tmpl := synth(t, ConduitStackProps{})
 	for _, c := range []struct {
-		typ  string
-		want int
+		typ                  string
+		appRunner, ecsExpess int
 	}{
-		{"AWS::EC2::VPC", 1},
-		{"AWS::EC2::Subnet", 2}, // isolated, one per AZ
-		{"AWS::EC2::NatGateway", 0},
-		{"AWS::EC2::InternetGateway", 0},
-		{"AWS::EC2::FlowLog", 1},
-		{"AWS::RDS::DBInstance", 1},
-		{"AWS::SecretsManager::Secret", 2},
-		{"AWS::AppRunner::Service", 1},
-		{"AWS::AppRunner::VpcConnector", 1},
-		{"AWS::AppRunner::AutoScalingConfiguration", 1},
+		{"AWS::EC2::VPC", 1, 1},
+		{"AWS::EC2::Subnet", 2, 4}, // isolated, plus public for ECS Express; one per AZ
+		{"AWS::EC2::NatGateway", 0, 0},
+		{"AWS::EC2::InternetGateway", 0, 1},
+		{"AWS::EC2::FlowLog", 1, 1},
+		{"AWS::EC2::VPCEndpoint", 0, 5},
+		{"AWS::RDS::DBInstance", 1, 1},
+		{"AWS::SecretsManager::Secret", 2, 2},
+		{"AWS::AppRunner::Service", 1, 0},
+		{"AWS::AppRunner::VpcConnector", 1, 0},
+		{"AWS::AppRunner::AutoScalingConfiguration", 1, 0},
+		{"AWS::ECS::ExpressGatewayService", 0, 1},
 	} {
-		if got := len(tmpl.ofType(c.typ)); got != c.want {
-			t.Errorf("%s count = %d, want %d", c.typ, got, c.want)
+		for compute, want := range map[string]int{computeAppRunner: c.appRunner, computeECSExpress: c.ecsExpess} {
+			tmpl := synth(t, ConduitStackProps{Compute: compute})
+			if got := len(tmpl.ofType(c.typ)); got != want {
+				t.Errorf("%s: %s count = %d, want %d", compute, c.typ, got, want)
+			}
 		}
 	}
 }
@@ -56,8 +64,10 @@ func TestVPCHasTwoAZsAndNoNATByDefault(t *testing.T) {
 	}
 }
 
-func TestNATSwitchKeepsDatabaseSubnets(t *testing.T) {
-	isolated := func(tmpl *template) []string {
+// Turning NAT on or switching the compute adds subnets; the database's must
+// keep their address ranges, or CloudFormation would replace them under it.
+func TestDatabaseSubnetsStayPut(t *testing.T) {
+	isolated := func(tmpl *template) string {
 		var cidrs []string
 		for id, s := range tmpl.ofType("AWS::EC2::Subnet") {
 			if strings.Contains(id, "Isolated") {
@@ -65,27 +75,32 @@ func TestNATSwitchKeepsDatabaseSubnets(t *testing.T) {
 			}
 		}
 		slices.Sort(cidrs)
-		return cidrs
+		return strings.Join(cidrs, " ")
 	}
-	off := synth(t, ConduitStackProps{})
-	on := synth(t, ConduitStackProps{NATGateway: true})
+	want := isolated(synth(t, ConduitStackProps{}))
+	for _, props := range []ConduitStackProps{{NATGateway: true}, {Compute: computeECSExpress}} {
+		tmpl := synth(t, props)
+		if got := isolated(tmpl); got != want {
+			t.Errorf("%s: isolated subnets = %s, want %s as by default", settings(props), got, want)
+		}
+		_, subnetGroup := tmpl.only(t, "AWS::RDS::DBSubnetGroup")
+		for _, subnet := range subnetGroup.Properties["SubnetIds"].([]any) {
+			if id := refID(subnet); !strings.Contains(id, "Isolated") {
+				t.Errorf("%s: database subnet = %s, want an isolated subnet", settings(props), id)
+			}
+		}
+	}
+}
 
-	if got, want := strings.Join(isolated(on), " "), strings.Join(isolated(off), " "); got != want {
-		t.Errorf("isolated subnets with NAT = %s, want %s as without", got, want)
-	}
-	if got := len(on.ofType("AWS::EC2::NatGateway")); got != 1 {
+func TestNATSwitch(t *testing.T) {
+	tmpl := synth(t, ConduitStackProps{NATGateway: true})
+	if got := len(tmpl.ofType("AWS::EC2::NatGateway")); got != 1 {
 		t.Errorf("NAT gateways with nat=true = %d, want 1", got)
 	}
-	_, connector := on.only(t, "AWS::AppRunner::VpcConnector")
+	_, connector := tmpl.only(t, "AWS::AppRunner::VpcConnector")
 	for _, subnet := range connector.Properties["Subnets"].([]any) {
 		if id := refID(subnet); !strings.Contains(id, "Private") {
 			t.Errorf("with NAT, VPC connector subnet = %s, want a private subnet with egress", id)
-		}
-	}
-	_, subnetGroup := on.only(t, "AWS::RDS::DBSubnetGroup")
-	for _, subnet := range subnetGroup.Properties["SubnetIds"].([]any) {
-		if id := refID(subnet); !strings.Contains(id, "Isolated") {
-			t.Errorf("with NAT, database subnet = %s, want an isolated subnet", id)
 		}
 	}
 }
@@ -145,41 +160,31 @@ func TestDatabase(t *testing.T) {
 }
 
 func TestDatabaseAdmitsOnlyTheService(t *testing.T) {
-	tmpl := synth(t, ConduitStackProps{})
-	_, db := tmpl.only(t, "AWS::RDS::DBInstance")
-	dbSG := db.Properties["VPCSecurityGroups"].([]any)
-	if len(dbSG) != 1 {
-		t.Fatalf("DBInstance VPCSecurityGroups = %s, want one group", js(dbSG))
-	}
-	_, connector := tmpl.only(t, "AWS::AppRunner::VpcConnector")
-	serviceSG := js(connector.Properties["SecurityGroups"].([]any)[0])
-
-	var rules []map[string]any
-	for _, r := range tmpl.ofType("AWS::EC2::SecurityGroupIngress") {
-		if js(r.Properties["GroupId"]) == js(dbSG[0]) {
-			rules = append(rules, r.Properties)
-		}
-	}
-	for id, sg := range tmpl.ofType("AWS::EC2::SecurityGroup") {
-		if inline, ok := sg.Properties["SecurityGroupIngress"]; ok {
-			t.Errorf("security group %s has inline ingress %s, want none", id, js(inline))
-		}
-	}
-	if len(rules) != 1 {
-		t.Fatalf("database security group has %d ingress rules, want 1", len(rules))
-	}
-	rule := rules[0]
-	for _, c := range []struct{ field, want string }{
-		{"IpProtocol", `"tcp"`},
-		{"FromPort", `5432`},
-		{"ToPort", `5432`},
-		{"SourceSecurityGroupId", serviceSG},
-		{"CidrIp", `null`},
-		{"CidrIpv6", `null`},
-	} {
-		if got := js(rule[c.field]); got != c.want {
-			t.Errorf("database ingress %s = %s, want %s", c.field, got, c.want)
-		}
+	for _, compute := range computes {
+		t.Run(compute, func(t *testing.T) {
+			tmpl := synth(t, ConduitStackProps{Compute: compute})
+			_, db := tmpl.only(t, "AWS::RDS::DBInstance")
+			dbSG := db.Properties["VPCSecurityGroups"].([]any)
+			if len(dbSG) != 1 {
+				t.Fatalf("DBInstance VPCSecurityGroups = %s, want one group", js(dbSG))
+			}
+			rules := tmpl.ingressInto(dbSG[0])
+			if len(rules) != 1 {
+				t.Fatalf("database security group ingress = %s, want 1 rule", js(rules))
+			}
+			for _, c := range []struct{ field, want string }{
+				{"IpProtocol", `"tcp"`},
+				{"FromPort", `5432`},
+				{"ToPort", `5432`},
+				{"SourceSecurityGroupId", js(deployedService(t, tmpl).securityGroup)},
+				{"CidrIp", `null`},
+				{"CidrIpv6", `null`},
+			} {
+				if got := js(rules[0][c.field]); got != c.want {
+					t.Errorf("database ingress %s = %s, want %s", c.field, got, c.want)
+				}
+			}
+		})
 	}
 }
 
@@ -192,6 +197,113 @@ func TestSecrets(t *testing.T) {
 	}
 	if _, ok := jwt.Properties["SecretString"]; ok {
 		t.Errorf("JWT secret has a literal SecretString, want a generated one")
+	}
+}
+
+// Both computes pass the service the same settings, and its secrets only as
+// references to Secrets Manager, never in plain text.
+func TestServiceEnvironment(t *testing.T) {
+	for _, compute := range computes {
+		t.Run(compute, func(t *testing.T) {
+			tmpl := synth(t, ConduitStackProps{Compute: compute})
+			dbID, _ := tmpl.only(t, "AWS::RDS::DBInstance")
+			dbSecret, jwtSecret := tmpl.dbSecretID(t), tmpl.jwtSecretID(t)
+			svc := deployedService(t, tmpl)
+
+			checkPairs(t, "environment", svc.environment, map[string]string{
+				"DB_HOST":        `{"Fn::GetAtt":["` + dbID + `","Endpoint.Address"]}`,
+				"DB_PORT":        `"5432"`,
+				"DB_NAME":        `"conduit"`,
+				"DB_SSLMODE":     `"verify-full"`,
+				"DB_SSLROOTCERT": `"` + rdsCABundlePath + `"`,
+				"DB_MAX_CONNS":   `"17"`,
+			})
+			checkPairs(t, "secrets", svc.secrets, map[string]string{
+				"DB_USER":     `{"Fn::Join":["",[{"Ref":"` + dbSecret + `"},":username::"]]}`,
+				"DB_PASSWORD": `{"Fn::Join":["",[{"Ref":"` + dbSecret + `"},":password::"]]}`,
+				"JWT_SECRET":  `{"Ref":"` + jwtSecret + `"}`,
+			})
+		})
+	}
+}
+
+func TestOutputs(t *testing.T) {
+	for compute, urlAttribute := range map[string]string{
+		computeAppRunner:  "ServiceUrl",
+		computeECSExpress: "Endpoint",
+	} {
+		t.Run(compute, func(t *testing.T) {
+			tmpl := synth(t, ConduitStackProps{Compute: compute})
+			svc := deployedService(t, tmpl)
+			dbID, _ := tmpl.only(t, "AWS::RDS::DBInstance")
+			for name, want := range map[string]string{
+				"ServiceUrl":        `{"Fn::Join":["",["https://",{"Fn::GetAtt":["` + svc.id + `","` + urlAttribute + `"]}]]}`,
+				"DatabaseEndpoint":  `{"Fn::GetAtt":["` + dbID + `","Endpoint.Address"]}`,
+				"DatabaseSecretArn": `{"Ref":"` + tmpl.dbSecretID(t) + `"}`,
+			} {
+				if got := js(tmpl.Outputs[name].Value); got != want {
+					t.Errorf("output %s = %s, want %s", name, got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestTiers(t *testing.T) {
+	for _, c := range []struct {
+		tier                 string
+		minSize, maxSize     int
+		cpu, memory, dbClass string
+		multiAZ              bool
+	}{
+		{"small", 1, 2, "256", "512", "db.t4g.micro", false},
+		{"medium", 2, 4, "512", "1024", "db.t4g.small", false},
+		{"large", 4, 8, "1024", "2048", "db.t4g.medium", true},
+	} {
+		for _, compute := range computes {
+			t.Run(c.tier+"/"+compute, func(t *testing.T) {
+				tmpl := synth(t, ConduitStackProps{Tier: c.tier, Compute: compute})
+				svc := deployedService(t, tmpl)
+				_, db := tmpl.only(t, "AWS::RDS::DBInstance")
+				for _, f := range []struct {
+					what string
+					got  any
+					want string
+				}{
+					{"min instances", svc.minSize, strconv.Itoa(c.minSize)},
+					{"max instances", svc.maxSize, strconv.Itoa(c.maxSize)},
+					{"CPU", svc.cpu, strconv.Quote(c.cpu)},
+					{"memory", svc.memory, strconv.Quote(c.memory)},
+					{"DBInstanceClass", db.Properties["DBInstanceClass"], strconv.Quote(c.dbClass)},
+					{"MultiAZ", db.Properties["MultiAZ"], strconv.FormatBool(c.multiAZ)},
+				} {
+					if got := js(f.got); got != f.want {
+						t.Errorf("%s = %s, want %s", f.what, got, f.want)
+					}
+				}
+				checkConnectionBudget(t, tmpl, svc)
+			})
+		}
+	}
+}
+
+// checkConnectionBudget checks that the largest fleet, twice over while a
+// deploy overlaps old and new instances, fits in the database's pinned
+// max_connections with reservedConnections to spare.
+func checkConnectionBudget(t *testing.T, tmpl *template, svc deployed) {
+	t.Helper()
+	_, db := tmpl.only(t, "AWS::RDS::DBInstance")
+	params := tmpl.Resources[refID(db.Properties["DBParameterGroupName"])]
+	maxConnections := atoi(t, js(at(params.Properties, "Parameters", "max_connections")))
+	fleet := atoi(t, js(svc.maxSize))
+	poolSize := atoi(t, svc.environment["DB_MAX_CONNS"])
+
+	if poolSize < 5 {
+		t.Errorf("DB_MAX_CONNS = %d, want at least 5 for a useful pool", poolSize)
+	}
+	if used, limit := fleet*poolSize*2, maxConnections-reservedConnections; used > limit {
+		t.Errorf("%d instances x DB_MAX_CONNS %d x 2 = %d, want at most max_connections %d - %d = %d",
+			fleet, poolSize, used, maxConnections, reservedConnections, limit)
 	}
 }
 
@@ -230,28 +342,6 @@ func TestAppRunnerService(t *testing.T) {
 	}
 }
 
-func TestAppRunnerEnvironment(t *testing.T) {
-	tmpl := synth(t, ConduitStackProps{})
-	_, svc := tmpl.only(t, "AWS::AppRunner::Service")
-	image := at(svc.Properties, "SourceConfiguration", "ImageRepository", "ImageConfiguration")
-	dbID, _ := tmpl.only(t, "AWS::RDS::DBInstance")
-	dbSecret, jwtSecret := tmpl.dbSecretID(t), tmpl.jwtSecretID(t)
-
-	checkPairs(t, "RuntimeEnvironmentVariables", pairs(at(image, "RuntimeEnvironmentVariables"), "Name", "Value"), map[string]string{
-		"DB_HOST":        `{"Fn::GetAtt":["` + dbID + `","Endpoint.Address"]}`,
-		"DB_PORT":        `"5432"`,
-		"DB_NAME":        `"conduit"`,
-		"DB_SSLMODE":     `"verify-full"`,
-		"DB_SSLROOTCERT": `"` + rdsCABundlePath + `"`,
-		"DB_MAX_CONNS":   `"17"`,
-	})
-	checkPairs(t, "RuntimeEnvironmentSecrets", pairs(at(image, "RuntimeEnvironmentSecrets"), "Name", "Value"), map[string]string{
-		"DB_USER":     `{"Fn::Join":["",[{"Ref":"` + dbSecret + `"},":username::"]]}`,
-		"DB_PASSWORD": `{"Fn::Join":["",[{"Ref":"` + dbSecret + `"},":password::"]]}`,
-		"JWT_SECRET":  `{"Ref":"` + jwtSecret + `"}`,
-	})
-}
-
 func TestAppRunnerRoles(t *testing.T) {
 	tmpl := synth(t, ConduitStackProps{})
 	_, svc := tmpl.only(t, "AWS::AppRunner::Service")
@@ -267,97 +357,146 @@ func TestAppRunnerRoles(t *testing.T) {
 	if got := js(tmpl.Resources[instanceRole].Properties["ManagedPolicyArns"]); got != "null" {
 		t.Errorf("instance role ManagedPolicyArns = %s, want none", got)
 	}
-	want := `[{"Action":"secretsmanager:GetSecretValue","Effect":"Allow","Resource":[{"Ref":"` +
-		tmpl.dbSecretID(t) + `"},{"Ref":"` + tmpl.jwtSecretID(t) + `"}]}]`
-	policies := tmpl.policiesOf(instanceRole)
-	if len(policies) != 1 {
-		t.Fatalf("instance role has %d policies, want 1", len(policies))
-	}
-	if got := js(at(tmpl.Resources[policies[0]].Properties, "PolicyDocument", "Statement")); got != want {
+	if got, want := tmpl.statementsOf(instanceRole), tmpl.readsTheTwoSecrets(t); got != want {
 		t.Errorf("instance role statements = %s, want %s", got, want)
 	}
 
 	// The service must not start before the roles can act.
-	for _, role := range []string{accessRole, instanceRole} {
-		for _, policy := range tmpl.policiesOf(role) {
-			if !slices.Contains(svc.DependsOn, policy) {
-				t.Errorf("service DependsOn = %v, want it to include %s", svc.DependsOn, policy)
-			}
-		}
-	}
+	checkDependsOn(t, svc, append(tmpl.policiesOf(accessRole), tmpl.policiesOf(instanceRole)...))
 }
 
-func TestOutputs(t *testing.T) {
-	tmpl := synth(t, ConduitStackProps{})
-	serviceID, _ := tmpl.only(t, "AWS::AppRunner::Service")
-	dbID, _ := tmpl.only(t, "AWS::RDS::DBInstance")
-	for name, want := range map[string]string{
-		"ServiceUrl":        `{"Fn::Join":["",["https://",{"Fn::GetAtt":["` + serviceID + `","ServiceUrl"]}]]}`,
-		"DatabaseEndpoint":  `{"Fn::GetAtt":["` + dbID + `","Endpoint.Address"]}`,
-		"DatabaseSecretArn": `{"Ref":"` + tmpl.dbSecretID(t) + `"}`,
-	} {
-		if got := js(tmpl.Outputs[name].Value); got != want {
-			t.Errorf("output %s = %s, want %s", name, got, want)
-		}
-	}
-}
-
-func TestTiers(t *testing.T) {
+func TestECSExpressService(t *testing.T) {
+	tmpl := synth(t, ConduitStackProps{Compute: computeECSExpress})
+	_, svc := tmpl.only(t, "AWS::ECS::ExpressGatewayService")
+	p := svc.Properties
 	for _, c := range []struct {
-		tier                 string
-		minSize, maxSize     int
-		cpu, memory, dbClass string
-		multiAZ              bool
+		what string
+		got  any
+		want string
 	}{
-		{"small", 1, 2, "256", "512", "db.t4g.micro", false},
-		{"medium", 2, 4, "512", "1024", "db.t4g.small", false},
-		{"large", 4, 8, "1024", "2048", "db.t4g.medium", true},
+		{"health check path", p["HealthCheckPath"], `"/healthz"`},
+		{"container port", at(p, "PrimaryContainer", "ContainerPort"), `8080`},
+		{"security groups", at(p, "NetworkConfiguration", "SecurityGroups"), `[` + js(deployedService(t, tmpl).securityGroup) + `]`},
 	} {
-		t.Run(c.tier, func(t *testing.T) {
-			tmpl := synth(t, ConduitStackProps{Tier: c.tier})
-			_, scaling := tmpl.only(t, "AWS::AppRunner::AutoScalingConfiguration")
-			_, svc := tmpl.only(t, "AWS::AppRunner::Service")
-			_, db := tmpl.only(t, "AWS::RDS::DBInstance")
-			for _, f := range []struct {
-				what string
-				got  any
-				want string
-			}{
-				{"MinSize", scaling.Properties["MinSize"], strconv.Itoa(c.minSize)},
-				{"MaxSize", scaling.Properties["MaxSize"], strconv.Itoa(c.maxSize)},
-				{"Cpu", at(svc.Properties, "InstanceConfiguration", "Cpu"), strconv.Quote(c.cpu)},
-				{"Memory", at(svc.Properties, "InstanceConfiguration", "Memory"), strconv.Quote(c.memory)},
-				{"DBInstanceClass", db.Properties["DBInstanceClass"], strconv.Quote(c.dbClass)},
-				{"MultiAZ", db.Properties["MultiAZ"], strconv.FormatBool(c.multiAZ)},
-			} {
-				if got := js(f.got); got != f.want {
-					t.Errorf("%s = %s, want %s", f.what, got, f.want)
+		if got := js(c.got); got != c.want {
+			t.Errorf("%s = %s, want %s", c.what, got, c.want)
+		}
+	}
+
+	for hash := range tmpl.dockerImages {
+		if image := js(at(p, "PrimaryContainer", "Image")); !strings.Contains(image, ":"+hash) {
+			t.Errorf("image = %s, want the image asset tagged %s", image, hash)
+		}
+	}
+
+	// Public subnets: Express Mode makes its load balancer internet-facing
+	// only there.
+	subnets := at(p, "NetworkConfiguration", "Subnets").([]any)
+	if len(subnets) != 2 {
+		t.Errorf("service subnets = %s, want one per AZ", js(subnets))
+	}
+	for _, subnet := range subnets {
+		if id := refID(subnet); !strings.Contains(id, "Public") {
+			t.Errorf("service subnet = %s, want a public subnet", id)
+		}
+	}
+
+	logGroup := tmpl.Resources[refID(at(p, "PrimaryContainer", "AwsLogsConfiguration", "LogGroup"))]
+	if logGroup.Type != "AWS::Logs::LogGroup" || logGroup.Properties["RetentionInDays"] == nil {
+		t.Errorf("service log group = %s, want a log group with a retention", js(logGroup))
+	}
+
+	// Tasks are reachable from the load balancer in the VPC, not the internet.
+	for _, rule := range tmpl.ingressInto(deployedService(t, tmpl).securityGroup) {
+		if cidr := js(rule["CidrIp"]); cidr == `"0.0.0.0/0"` || js(rule["CidrIpv6"]) == `"::/0"` {
+			t.Errorf("service security group admits %s, want only the VPC", js(rule))
+		}
+	}
+}
+
+func TestECSExpressRoles(t *testing.T) {
+	tmpl := synth(t, ConduitStackProps{Compute: computeECSExpress})
+	_, svc := tmpl.only(t, "AWS::ECS::ExpressGatewayService")
+	executionRole := refID(svc.Properties["ExecutionRoleArn"])
+	taskRole := refID(svc.Properties["TaskRoleArn"])
+	infrastructureRole := refID(svc.Properties["InfrastructureRoleArn"])
+
+	for _, c := range []struct {
+		what, role, trusts, managedPolicies, statements string
+	}{
+		{"execution role", executionRole, "ecs-tasks.amazonaws.com",
+			managedPolicy("service-role/AmazonECSTaskExecutionRolePolicy"), tmpl.readsTheTwoSecrets(t)},
+		{"task role", taskRole, "ecs-tasks.amazonaws.com", `null`, `[]`},
+		{"infrastructure role", infrastructureRole, "ecs.amazonaws.com",
+			managedPolicy("service-role/AmazonECSInfrastructureRoleforExpressGatewayServices"), `[]`},
+	} {
+		if got := tmpl.trustedService(c.role); got != c.trusts {
+			t.Errorf("%s trusts %s, want %s", c.what, got, c.trusts)
+		}
+		if got := js(tmpl.Resources[c.role].Properties["ManagedPolicyArns"]); got != c.managedPolicies {
+			t.Errorf("%s ManagedPolicyArns = %s, want %s", c.what, got, c.managedPolicies)
+		}
+		if got := tmpl.statementsOf(c.role); got != c.statements {
+			t.Errorf("%s statements = %s, want %s", c.what, got, c.statements)
+		}
+	}
+	checkDependsOn(t, svc, tmpl.policiesOf(executionRole))
+}
+
+// In public subnets the tasks have no public IP: they reach ECR, S3 (image
+// layers), CloudWatch Logs and Secrets Manager through VPC endpoints, which
+// must exist before the service starts.
+func TestECSExpressEndpoints(t *testing.T) {
+	for tier, zones := range map[string]int{"small": 1, "large": 2} {
+		t.Run(tier, func(t *testing.T) {
+			tmpl := synth(t, ConduitStackProps{Tier: tier, Compute: computeECSExpress})
+			_, svc := tmpl.only(t, "AWS::ECS::ExpressGatewayService")
+			serviceSG := js(deployedService(t, tmpl).securityGroup)
+
+			var services []string
+			for id, e := range tmpl.ofType("AWS::EC2::VPCEndpoint") {
+				name := js(e.Properties["ServiceName"])
+				services = append(services, name[strings.LastIndex(name, `".`)+2:strings.LastIndex(name, `"`)])
+				checkDependsOn(t, svc, []string{id})
+				if js(e.Properties["VpcEndpointType"]) == `"Gateway"` {
+					continue
+				}
+				if got := js(e.Properties["PrivateDnsEnabled"]); got != "true" {
+					t.Errorf("endpoint %s PrivateDnsEnabled = %s, want true", id, got)
+				}
+				if got := len(e.Properties["SubnetIds"].([]any)); got != zones {
+					t.Errorf("endpoint %s is in %d zones, want %d", id, got, zones)
+				}
+				for _, sg := range e.Properties["SecurityGroupIds"].([]any) {
+					for _, rule := range tmpl.ingressInto(sg) {
+						if got := js(rule["SourceSecurityGroupId"]); got != serviceSG || js(rule["FromPort"]) != "443" {
+							t.Errorf("endpoint %s admits %s, want only 443 from the service", id, js(rule))
+						}
+					}
 				}
 			}
-
-			image := at(svc.Properties, "SourceConfiguration", "ImageRepository", "ImageConfiguration")
-			poolSize := atoi(t, pairs(at(image, "RuntimeEnvironmentVariables"), "Name", "Value")["DB_MAX_CONNS"])
-			checkConnectionBudget(t, tmpl, scaling.Properties["MaxSize"], poolSize)
+			slices.Sort(services)
+			if got, want := strings.Join(services, " "), "ecr.api ecr.dkr logs s3 secretsmanager"; got != want {
+				t.Errorf("VPC endpoints = %s, want %s", got, want)
+			}
 		})
 	}
 }
 
-// checkConnectionBudget checks that the largest fleet, twice over while a
-// deploy overlaps old and new instances, fits in the database's pinned
-// max_connections with reservedConnections to spare.
-func checkConnectionBudget(t *testing.T, tmpl *template, maxInstances any, poolSize int) {
-	t.Helper()
-	_, db := tmpl.only(t, "AWS::RDS::DBInstance")
-	params := tmpl.Resources[refID(db.Properties["DBParameterGroupName"])]
-	maxConnections := atoi(t, js(at(params.Properties, "Parameters", "max_connections")))
-	fleet := atoi(t, js(maxInstances))
-
-	if poolSize < 5 {
-		t.Errorf("DB_MAX_CONNS = %d, want at least 5 for a useful pool", poolSize)
-	}
-	if used, limit := fleet*poolSize*2, maxConnections-reservedConnections; used > limit {
-		t.Errorf("%d instances x DB_MAX_CONNS %d x 2 = %d, want at most max_connections %d - %d = %d",
-			fleet, poolSize, used, maxConnections, reservedConnections, limit)
+func TestRejectsUnknownSettings(t *testing.T) {
+	for _, props := range []ConduitStackProps{
+		{Tier: "huge"},
+		{Compute: "lambda"},
+		{Compute: computeECSExpress, NATGateway: true},
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("NewConduitStack(%s) did not panic", settings(props))
+				}
+			}()
+			NewConduitStack(awscdk.NewApp(nil), "Conduit", &props)
+		}()
 	}
 }
 
@@ -421,12 +560,18 @@ type resource struct {
 
 var synthesized = map[string]*template{}
 
+// settings names props as `cdk deploy -c` would set them, defaults filled in.
+func settings(props ConduitStackProps) string {
+	tier, compute := cmp.Or(props.Tier, defaultTier), cmp.Or(props.Compute, computeAppRunner)
+	return fmt.Sprintf("tier=%s compute=%s nat=%t", tier, compute, props.NATGateway)
+}
+
 // synth returns the template of the stack built with props. Each distinct
 // props is synthesized once per test run: a synth takes seconds.
 func synth(t *testing.T, props ConduitStackProps) *template {
 	t.Helper()
-	key, _ := json.Marshal(props)
-	if tmpl, ok := synthesized[string(key)]; ok {
+	key := settings(props)
+	if tmpl, ok := synthesized[key]; ok {
 		return tmpl
 	}
 	app := awscdk.NewApp(nil)
@@ -461,7 +606,7 @@ func synth(t *testing.T, props ConduitStackProps) *template {
 		}
 	}
 
-	synthesized[string(key)] = &tmpl
+	synthesized[key] = &tmpl
 	return &tmpl
 }
 
@@ -538,6 +683,97 @@ func (tmpl *template) policiesOf(role string) []string {
 	}
 	slices.Sort(ids)
 	return ids
+}
+
+// deployed is what the tests read of the service, whichever compute runs it.
+type deployed struct {
+	id                   string
+	minSize, maxSize     any
+	cpu, memory          any
+	environment, secrets map[string]string // name -> JSON of the value
+	securityGroup        any               // the group the service connects from
+}
+
+func deployedService(t *testing.T, tmpl *template) deployed {
+	t.Helper()
+	if len(tmpl.ofType("AWS::AppRunner::Service")) == 1 {
+		id, svc := tmpl.only(t, "AWS::AppRunner::Service")
+		_, scaling := tmpl.only(t, "AWS::AppRunner::AutoScalingConfiguration")
+		_, connector := tmpl.only(t, "AWS::AppRunner::VpcConnector")
+		image := at(svc.Properties, "SourceConfiguration", "ImageRepository", "ImageConfiguration")
+		return deployed{
+			id:            id,
+			minSize:       scaling.Properties["MinSize"],
+			maxSize:       scaling.Properties["MaxSize"],
+			cpu:           at(svc.Properties, "InstanceConfiguration", "Cpu"),
+			memory:        at(svc.Properties, "InstanceConfiguration", "Memory"),
+			environment:   pairs(at(image, "RuntimeEnvironmentVariables"), "Name", "Value"),
+			secrets:       pairs(at(image, "RuntimeEnvironmentSecrets"), "Name", "Value"),
+			securityGroup: connector.Properties["SecurityGroups"].([]any)[0],
+		}
+	}
+	id, svc := tmpl.only(t, "AWS::ECS::ExpressGatewayService")
+	p := svc.Properties
+	return deployed{
+		id:            id,
+		minSize:       at(p, "ScalingTarget", "MinTaskCount"),
+		maxSize:       at(p, "ScalingTarget", "MaxTaskCount"),
+		cpu:           p["Cpu"],
+		memory:        p["Memory"],
+		environment:   pairs(at(p, "PrimaryContainer", "Environment"), "Name", "Value"),
+		secrets:       pairs(at(p, "PrimaryContainer", "Secrets"), "Name", "ValueFrom"),
+		securityGroup: at(p, "NetworkConfiguration", "SecurityGroups").([]any)[0],
+	}
+}
+
+// ingressInto lists the rules admitting traffic into a security group,
+// given as a template value: inline ones and separate resources alike.
+func (tmpl *template) ingressInto(group any) []map[string]any {
+	var rules []map[string]any
+	for id, sg := range tmpl.ofType("AWS::EC2::SecurityGroup") {
+		if js(group) == js(map[string]any{"Fn::GetAtt": []string{id, "GroupId"}}) {
+			inline, _ := sg.Properties["SecurityGroupIngress"].([]any)
+			for _, rule := range inline {
+				rules = append(rules, rule.(map[string]any))
+			}
+		}
+	}
+	for _, r := range tmpl.ofType("AWS::EC2::SecurityGroupIngress") {
+		if js(r.Properties["GroupId"]) == js(group) {
+			rules = append(rules, r.Properties)
+		}
+	}
+	return rules
+}
+
+// statementsOf is the JSON of all statements in a role's inline policies.
+func (tmpl *template) statementsOf(role string) string {
+	statements := []any{}
+	for _, policy := range tmpl.policiesOf(role) {
+		statements = append(statements, at(tmpl.Resources[policy].Properties, "PolicyDocument", "Statement").([]any)...)
+	}
+	return js(statements)
+}
+
+// readsTheTwoSecrets is the one statement a role reading the service's
+// secrets, and nothing else, holds.
+func (tmpl *template) readsTheTwoSecrets(t *testing.T) string {
+	return `[{"Action":"secretsmanager:GetSecretValue","Effect":"Allow","Resource":[{"Ref":"` +
+		tmpl.dbSecretID(t) + `"},{"Ref":"` + tmpl.jwtSecretID(t) + `"}]}]`
+}
+
+// managedPolicy is the JSON CDK writes for an AWS managed policy's ARN.
+func managedPolicy(name string) string {
+	return `[{"Fn::Join":["",["arn:",{"Ref":"AWS::Partition"},":iam::aws:policy/` + name + `"]]}]`
+}
+
+func checkDependsOn(t *testing.T, r resource, ids []string) {
+	t.Helper()
+	for _, id := range ids {
+		if !slices.Contains(r.DependsOn, id) {
+			t.Errorf("service DependsOn = %v, want it to include %s", r.DependsOn, id)
+		}
+	}
 }
 
 // js renders a template value as compact JSON, the form tests compare.

@@ -14,7 +14,10 @@ type tier struct {
 	cpu, memory string
 
 	dbInstanceSize awsec2.InstanceSize // of the burstable Graviton class, db.t4g
-	dbMultiAZ      bool
+
+	// multiAZ pays to survive the loss of an availability zone: a Multi-AZ
+	// database and, on ECS Express, VPC endpoints in both zones.
+	multiAZ bool
 
 	// Pinned in the database's parameter group rather than left to the
 	// default LEAST(DBInstanceClassMemory/9531392, 5000), so the budget below
@@ -44,7 +47,7 @@ var tiers = map[string]tier{
 		minInstances: 4, maxInstances: 8,
 		cpu: "1024", memory: "2048",
 		dbInstanceSize:   awsec2.InstanceSize_MEDIUM,
-		dbMultiAZ:        true,
+		multiAZ:          true,
 		dbMaxConnections: 320,
 	},
 }
