@@ -184,17 +184,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	s := &server{
-		db:          database{db},
-		log:         log,
-		now:         time.Now,
-		jwtKey:      cfg.jwtKey,
-		corsOrigins: cfg.corsOrigins,
-		hashSlots:   make(chan struct{}, runtime.NumCPU()),
-		limiter:     newRateLimiter(cfg.authPerMinute, cfg.proxyHops, time.Now),
-	}
 	srv := &http.Server{
-		Handler:           s.routes(),
+		Handler:           newServer(db, log, cfg).routes(),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -220,6 +211,18 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	log.Info("stopped")
 	return nil
+}
+
+func newServer(db *sql.DB, log *slog.Logger, cfg config) *server {
+	return &server{
+		db:          database{db},
+		log:         log,
+		now:         time.Now,
+		jwtKey:      cfg.jwtKey,
+		corsOrigins: cfg.corsOrigins,
+		hashSlots:   make(chan struct{}, runtime.NumCPU()),
+		limiter:     newRateLimiter(cfg.authPerMinute, cfg.proxyHops, time.Now),
+	}
 }
 
 // openDB connects, retrying with backoff for a bounded time since a fresh
