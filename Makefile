@@ -1,6 +1,7 @@
 # Developer entry points. `make run` serves the API on :8080, starting a
 # project-local PostgreSQL in .pgdata when no database is configured;
-# `make test` runs every test (they start their own PostgreSQL).
+# `make test` runs every test: the service's (they start their own
+# PostgreSQL) and the deploy stack's.
 
 PG_BIN  ?= $(or $(patsubst %/pg_ctl,%,$(realpath $(shell command -v pg_ctl 2>/dev/null))),$(lastword $(sort $(wildcard /usr/lib/postgresql/*/bin))))
 PGDATA  := $(CURDIR)/.pgdata
@@ -18,6 +19,7 @@ run:
 
 test:
 	go test -race ./...
+	cd cdk && go test ./...
 
 # build is the Dockerfile's build command, for a local binary in bin/.
 build:
