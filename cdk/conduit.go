@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"strconv"
 
@@ -46,18 +47,12 @@ func NewConduitStack(scope constructs.Construct, id string, props *ConduitStackP
 		props = &ConduitStackProps{}
 	}
 	sprops := props.StackProps
-	tierName := defaultTier
-	if props.Tier != "" {
-		tierName = props.Tier
-	}
+	tierName := cmp.Or(props.Tier, defaultTier)
 	t, ok := tiers[tierName]
 	if !ok {
 		panic(fmt.Sprintf("unknown tier %q: want small, medium or large", tierName))
 	}
-	compute := props.Compute
-	if compute == "" {
-		compute = computeAppRunner
-	}
+	compute := cmp.Or(props.Compute, computeAppRunner)
 	if compute != computeAppRunner && compute != computeECSExpress {
 		panic(fmt.Sprintf("unknown compute %q: want %s or %s", compute, computeAppRunner, computeECSExpress))
 	}
@@ -94,9 +89,10 @@ func NewConduitStack(scope constructs.Construct, id string, props *ConduitStackP
 	case props.NATGateway:
 		subnets = append(subnets,
 			&awsec2.SubnetConfiguration{
-				Name:       jsii.String("Public"),
-				SubnetType: awsec2.SubnetType_PUBLIC,
-				CidrMask:   jsii.Number(24),
+				Name:                jsii.String("Public"),
+				SubnetType:          awsec2.SubnetType_PUBLIC,
+				CidrMask:            jsii.Number(24),
+				MapPublicIpOnLaunch: jsii.Bool(false), // only the NAT gateway lives here
 			},
 			&awsec2.SubnetConfiguration{
 				Name:       jsii.String("Private"),
