@@ -179,6 +179,10 @@ func NewConduitStack(scope constructs.Construct, id string, props *ConduitStackP
 			{"DB_SSLMODE", jsii.String("verify-full")},
 			{"DB_SSLROOTCERT", jsii.String(rdsCABundlePath)},
 			{"DB_MAX_CONNS", jsii.String(strconv.Itoa(t.dbMaxConns()))},
+			// Both computes put one proxy in front (App Runner's, or the
+			// load balancer) that appends the client's address to
+			// X-Forwarded-For; the login rate limit keys on that entry.
+			{"TRUSTED_PROXY_HOPS", jsii.String("1")},
 		},
 		secrets: []nameValue{
 			{"DB_USER", jsonKey(dbSecret, "username")},

@@ -211,12 +211,13 @@ func TestServiceEnvironment(t *testing.T) {
 			svc := deployedService(t, tmpl)
 
 			checkPairs(t, "environment", svc.environment, map[string]string{
-				"DB_HOST":        `{"Fn::GetAtt":["` + dbID + `","Endpoint.Address"]}`,
-				"DB_PORT":        `"5432"`,
-				"DB_NAME":        `"conduit"`,
-				"DB_SSLMODE":     `"verify-full"`,
-				"DB_SSLROOTCERT": `"` + rdsCABundlePath + `"`,
-				"DB_MAX_CONNS":   `"17"`,
+				"DB_HOST":            `{"Fn::GetAtt":["` + dbID + `","Endpoint.Address"]}`,
+				"DB_PORT":            `"5432"`,
+				"DB_NAME":            `"conduit"`,
+				"DB_SSLMODE":         `"verify-full"`,
+				"DB_SSLROOTCERT":     `"` + rdsCABundlePath + `"`,
+				"DB_MAX_CONNS":       `"17"`,
+				"TRUSTED_PROXY_HOPS": `"1"`,
 			})
 			checkPairs(t, "secrets", svc.secrets, map[string]string{
 				"DB_USER":     `{"Fn::Join":["",[{"Ref":"` + dbSecret + `"},":username::"]]}`,
