@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/hmac"
@@ -21,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"net/mail"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,6 +42,13 @@ type server struct {
 	// hashSlots caps concurrent password hashing, which costs ~100 ms of
 	// CPU each, so a burst of logins cannot starve every other request.
 	hashSlots chan struct{}
+	// hashWait is how long a password hash waits for a slot before the
+	// request is told to come back later.
+	hashWait time.Duration
+	// requestTimeout bounds each request's work, waiting for a pooled
+	// connection or a hashing slot included, so a stuck database answers
+	// 503 instead of hanging.
+	requestTimeout time.Duration
 	// limiter bounds logins and registrations per client address.
 	limiter *rateLimiter
 }
@@ -82,9 +91,6 @@ func (s *server) routes() http.Handler {
 const (
 	maxBodyBytes   = 1 << 20
 	maxHeaderBytes = 32 << 10
-	// requestTimeout bounds the database work of one request, waiting for a
-	// pooled connection included.
-	requestTimeout = 10 * time.Second
 	// hashWait is how long a login waits for a hashing slot before it is
 	// told to come back later.
 	hashWait       = 2 * time.Second
@@ -756,22 +762,29 @@ func encode(w http.ResponseWriter, status int, v any) error {
 // value into v, and turns each way that can fail into a message a client
 // can act on.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-	err := dec.Decode(v)
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		return errTooLarge
+	}
+	if err != nil {
+		return invalid("body could not be read")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	err = dec.Decode(v)
 	if err == nil {
-		if err = dec.Decode(&struct{}{}); err == io.EOF {
-			return nil
-		}
-		if err == nil || errors.As(err, new(*json.SyntaxError)) {
+		if err = dec.Decode(&struct{}{}); err != io.EOF {
 			return invalid("body must hold a single JSON value")
 		}
+		// encoding/json matches keys regardless of case, so "Email" would
+		// set email: refuse such keys rather than guess what was meant.
+		if key := caseVariantKey(data, reflect.TypeOf(v)); key != "" {
+			return invalid(fmt.Sprintf("unknown field %q: field names are case-sensitive", key))
+		}
+		return nil
 	}
 	var syntaxErr *json.SyntaxError
 	var typeErr *json.UnmarshalTypeError
-	var tooLarge *http.MaxBytesError
 	switch {
-	case errors.As(err, &tooLarge):
-		return errTooLarge
 	case errors.Is(err, io.EOF):
 		return invalid("body must not be empty")
 	case errors.As(err, &syntaxErr):
@@ -785,6 +798,35 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 		return invalid(fmt.Sprintf("%s must be of type %s", typeErr.Field, jsonTypeName(typeErr.Type.Kind().String())))
 	}
 	return invalid("body could not be read")
+}
+
+// caseVariantKey returns the first key in the JSON object data, or in the
+// objects nested in it, that names a field of t only when case is ignored.
+func caseVariantKey(data []byte, t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return ""
+	}
+	var object map[string]json.RawMessage
+	if json.Unmarshal(data, &object) != nil {
+		return ""
+	}
+	for key, value := range object {
+		for field := range t.Fields() {
+			name, _, _ := strings.Cut(field.Tag.Get("json"), ",")
+			switch {
+			case key == name:
+				if nested := caseVariantKey(value, field.Type); nested != "" {
+					return nested
+				}
+			case strings.EqualFold(key, name):
+				return key
+			}
+		}
+	}
+	return ""
 }
 
 func jsonTypeName(kind string) string {
@@ -1015,9 +1057,9 @@ func (s *server) verifyPassword(ctx context.Context, stored, password string) (b
 }
 
 // withHashSlot runs hash once one of the hashing slots is free, or fails
-// with errBusy when none frees up within hashWait.
+// with errBusy when none frees up within s.hashWait.
 func (s *server) withHashSlot(ctx context.Context, hash func() error) error {
-	timer := time.NewTimer(hashWait)
+	timer := time.NewTimer(s.hashWait)
 	defer timer.Stop()
 	select {
 	case s.hashSlots <- struct{}{}:
@@ -1032,11 +1074,10 @@ func (s *server) withHashSlot(ctx context.Context, hash func() error) error {
 
 // Middleware.
 
-// withDeadline bounds each request's database work, waiting for a pooled
-// connection included, so a stuck database answers 503 instead of hanging.
+// withDeadline bounds each request by s.requestTimeout.
 func (s *server) withDeadline(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+		ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
 		defer cancel()
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})

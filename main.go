@@ -221,7 +221,10 @@ func newServer(db *sql.DB, log *slog.Logger, cfg config) *server {
 		jwtKey:      cfg.jwtKey,
 		corsOrigins: cfg.corsOrigins,
 		hashSlots:   make(chan struct{}, runtime.NumCPU()),
-		limiter:     newRateLimiter(cfg.authPerMinute, cfg.proxyHops, time.Now),
+		hashWait:    2 * time.Second,
+		// Under WriteTimeout, so the answer still reaches the client.
+		requestTimeout: 10 * time.Second,
+		limiter:        newRateLimiter(cfg.authPerMinute, cfg.proxyHops, time.Now),
 	}
 }
 

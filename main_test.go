@@ -260,12 +260,14 @@ func (pg *pgServer) start() error {
 	}
 }
 
-// stop shuts the server down at once, keeping its data for a restart.
+// stop shuts the server down the way a database restart does: it
+// disconnects every client and keeps the data for a restart (with
+// synchronous_commit off, an immediate shutdown could lose the last commits).
 func (pg *pgServer) stop() {
 	if pg.cmd == nil {
 		return
 	}
-	pg.cmd.Process.Signal(syscall.SIGQUIT)
+	pg.cmd.Process.Signal(syscall.SIGINT)
 	select {
 	case <-pg.done:
 	case <-time.After(10 * time.Second):
@@ -315,7 +317,12 @@ func newTestAPI(t testing.TB) *testAPI {
 
 func newTestAPIWithEnv(t testing.TB, env map[string]string) *testAPI {
 	t.Helper()
-	dbURL := newTestDatabase(t)
+	return newTestAPIOn(t, newTestDatabase(t), env)
+}
+
+// newTestAPIOn serves the API from the database at dbURL.
+func newTestAPIOn(t testing.TB, dbURL string, env map[string]string) *testAPI {
+	t.Helper()
 	cfg, err := loadConfig(testEnv(mergeEnv(map[string]string{"DATABASE_URL": dbURL}, env)))
 	if err != nil {
 		t.Fatalf("loadConfig: %v", err)
@@ -585,10 +592,9 @@ func (b *syncBuffer) String() string {
 
 // Start-up.
 
-// startRun runs the real run on port 0 with env and returns the address it
-// listens on, a cancel that makes it shut down, and its result.
-func startRun(t *testing.T, env map[string]string) (addr string, stop func(), result <-chan error) {
-	t.Helper()
+// launchRun starts the real run on port 0 with env. The address it listens
+// on arrives on addr, and its result on result once stop is called.
+func launchRun(env map[string]string) (addr <-chan string, stop func(), result <-chan error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	out, logs := io.Pipe()
 	errc := make(chan error, 1)
@@ -602,42 +608,48 @@ func startRun(t *testing.T, env map[string]string) (addr string, stop func(), re
 		for scanner.Scan() {
 			var line struct{ Msg, Addr string }
 			if json.Unmarshal(scanner.Bytes(), &line) == nil && line.Msg == "listening" {
-				addrc <- line.Addr
+				_, port, _ := net.SplitHostPort(line.Addr)
+				addrc <- "127.0.0.1:" + port
 			}
 		}
 	}()
-	select {
-	case addr = <-addrc:
-	case err := <-errc:
-		cancel()
-		t.Fatalf("run returned before listening: %v", err)
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatal("run did not listen within 30s")
-	}
-	_, port, _ := net.SplitHostPort(addr)
-	t.Cleanup(cancel)
-	return "127.0.0.1:" + port, cancel, errc
+	return addrc, cancel, errc
 }
 
-func TestRunServesAndShutsDown(t *testing.T) {
-	t.Parallel()
-	addr, stop, result := startRun(t, map[string]string{"DATABASE_URL": newTestDatabase(t)})
+// startRun launches run and waits until it listens.
+func startRun(t *testing.T, env map[string]string) (addr string, stop func(), result <-chan error) {
+	t.Helper()
+	addrc, stop, result := launchRun(env)
+	t.Cleanup(stop)
+	select {
+	case addr = <-addrc:
+	case err := <-result:
+		t.Fatalf("run returned before listening: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not listen within 30s")
+	}
+	return addr, stop, result
+}
 
-	var healthy bool
+// waitHealthy polls /healthz at addr until it answers 200.
+func waitHealthy(t *testing.T, addr string) {
+	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		res, err := http.Get("http://" + addr + "/healthz")
 		if err == nil {
 			res.Body.Close()
 			if res.StatusCode == http.StatusOK {
-				healthy = true
-				break
+				return
 			}
 		}
 	}
-	if !healthy {
-		t.Fatal("/healthz did not answer 200 within 10s")
-	}
+	t.Fatalf("%s/healthz did not answer 200 within 10s", addr)
+}
+
+func TestRunServesAndShutsDown(t *testing.T) {
+	t.Parallel()
+	addr, stop, result := startRun(t, map[string]string{"DATABASE_URL": newTestDatabase(t)})
+	waitHealthy(t, addr)
 	res, err := http.Get("http://" + addr + "/readyz")
 	if err != nil {
 		t.Fatal(err)
