@@ -40,7 +40,8 @@ type server struct {
 	// corsOrigins lists the origins browsers may call from; "*" allows all.
 	corsOrigins []string
 	// hashSlots caps concurrent password hashing, which costs ~100 ms of
-	// CPU each, so a burst of logins cannot starve every other request.
+	// CPU each, so a burst of logins cannot starve every other request
+	// (see hashingSlots).
 	hashSlots chan struct{}
 	// hashWait is how long a password hash waits for a slot before the
 	// request is told to come back later.
