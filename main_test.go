@@ -123,6 +123,18 @@ func newTestDatabase(t testing.TB) string {
 	return databaseURL(name)
 }
 
+// newEmptyDatabase creates a database without the schema, for the tests of
+// the schema step, and returns its name; it is dropped when the test ends.
+func newEmptyDatabase(t testing.TB) string {
+	t.Helper()
+	name := fmt.Sprintf("conduit_empty_%d_%d", os.Getpid(), testPostgres.next.Add(1))
+	if err := adminExec(`CREATE DATABASE ` + pq.QuoteIdentifier(name)); err != nil {
+		t.Fatalf("create empty database: %v", err)
+	}
+	t.Cleanup(func() { dropDatabase(name) })
+	return name
+}
+
 // pgServer is a PostgreSQL server started from the installed binaries in a
 // temporary directory.
 type pgServer struct {
@@ -737,12 +749,7 @@ func TestConfigKeepsPasswordOutOfErrors(t *testing.T) {
 
 func TestSchemaAppliesTwiceAndConcurrently(t *testing.T) {
 	t.Parallel()
-	// An empty database, not a copy of the migrated template.
-	name := fmt.Sprintf("conduit_empty_%d_%d", os.Getpid(), testPostgres.next.Add(1))
-	if err := adminExec(`CREATE DATABASE ` + name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dropDatabase(name) })
+	name := newEmptyDatabase(t)
 
 	const boots = 10
 	var wg sync.WaitGroup

@@ -401,11 +401,7 @@ func schemaFingerprint(t *testing.T, db *sql.DB) string {
 // boot changes nothing.
 func TestInstancesBootTogether(t *testing.T) {
 	t.Parallel()
-	name := fmt.Sprintf("conduit_boot_%d_%d", os.Getpid(), testPostgres.next.Add(1))
-	if err := adminExec(`CREATE DATABASE ` + name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dropDatabase(name) })
+	name := newEmptyDatabase(t)
 	env := map[string]string{"DATABASE_URL": databaseURL(name)}
 
 	const instances = 10
