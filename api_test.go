@@ -641,6 +641,83 @@ func TestTags(t *testing.T) {
 	}
 }
 
+// TestCountsFollowArticles checks the counts the triggers keep (the tag list
+// and the number of all articles and of a tag's) against the articles,
+// through creates, tag changes, deletes and concurrent writers, and that
+// the first boot with the counts counts the articles already there.
+func TestCountsFollowArticles(t *testing.T) {
+	t.Parallel()
+	api := newTestAPI(t)
+	checkCounts := func(when string) {
+		t.Helper()
+		var wrong int
+		err := api.db.QueryRow(`
+			SELECT count(*)
+			FROM (SELECT tag, count(*) AS articles FROM articles, unnest(tags) AS tag GROUP BY tag) counted
+			FULL JOIN (SELECT * FROM tag_counts WHERE articles <> 0) kept USING (tag)
+			WHERE counted.articles IS DISTINCT FROM kept.articles`).Scan(&wrong)
+		if err != nil || wrong != 0 {
+			t.Fatalf("%s: %d tags counted wrong (%v)", when, wrong, err)
+		}
+		var all, kept int
+		api.db.QueryRow(`SELECT count(*), (SELECT articles FROM article_count) FROM articles`).Scan(&all, &kept)
+		if all != kept {
+			t.Fatalf("%s: article_count = %d, want %d", when, kept, all)
+		}
+		if got := api.articles("", "").ArticlesCount; got != all {
+			t.Fatalf("%s: articlesCount = %d, want %d", when, got, all)
+		}
+	}
+	checkCounts("empty")
+
+	ann := api.register("ann")
+	a := api.createArticle(ann.Token, "A", "go", "sql")
+	b := api.createArticle(ann.Token, "B", "go")
+	api.createArticle(ann.Token, "C")
+	checkCounts("after creates")
+	api.call("PUT", "/api/articles/"+a.Slug, ann.Token, `{"article":{"tagList":["sql","web"]}}`).want(http.StatusOK, nil)
+	api.call("PUT", "/api/articles/"+b.Slug, ann.Token, `{"article":{"title":"B2"}}`).want(http.StatusOK, nil)
+	checkCounts("after updates")
+	if got := api.articles("", "?tag=go").ArticlesCount; got != 1 {
+		t.Fatalf("articlesCount for tag go = %d, want 1", got)
+	}
+	if got := api.articles("", "?tag=nothing").ArticlesCount; got != 0 {
+		t.Fatalf("articlesCount for an unused tag = %d, want 0", got)
+	}
+	api.call("DELETE", "/api/articles/"+api.article("", "b2").Slug, ann.Token, nil).want(http.StatusNoContent, nil)
+	checkCounts("after a delete")
+	var res struct{ Tags []string }
+	api.call("GET", "/api/tags", "", nil).want(http.StatusOK, &res)
+	if want := []string{"sql", "web"}; !slices.Equal(res.Tags, want) {
+		t.Fatalf("tags = %q, want %q (go is no longer used)", res.Tags, want)
+	}
+
+	// Writers sharing tags, each taking their rows' locks at once.
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			tags := []string{"x", "y", "z", fmt.Sprint("t", i%3)}
+			api.createArticle(ann.Token, fmt.Sprint("Concurrent ", i), tags[i%4:]...)
+		})
+	}
+	wg.Wait()
+	checkCounts("after concurrent creates")
+
+	// A database that had articles before the counts existed.
+	_, err := api.db.Exec(`
+		DROP TABLE tag_counts, article_count;
+		DROP FUNCTION count_articles CASCADE;
+		INSERT INTO articles (slug, title, description, body, tags, author_id)
+		SELECT 'old-' || id || '-' || i, 'Old', 'Old', 'Old', ARRAY['old', 'go'], author_id FROM articles, generate_series(1, 3) i`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := applySchema(t.Context(), api.db); err != nil {
+		t.Fatal(err)
+	}
+	checkCounts("after the first boot with the counts")
+}
+
 func TestRoutingErrorsAreJSON(t *testing.T) {
 	t.Parallel()
 	api := newTestAPI(t)

@@ -300,10 +300,18 @@ func scanArticle(row interface{ Scan(...any) error }) (article, error) {
 // the number of all articles it selects: two statements, whatever the page.
 func (db database) listArticles(ctx context.Context, viewerID int64, f articleFilter) ([]article, int, error) {
 	var countArgs []any
+	countQuery := `SELECT count(*) FROM articles a WHERE ` + f.where(&countArgs)
+	// All articles and a tag's articles are counted as they change (see
+	// schema.sql): counting them here would read every one of them.
+	page := articleFilter{Limit: f.Limit, Offset: f.Offset}
+	switch f {
+	case page:
+		countQuery, countArgs = `SELECT articles FROM article_count`, nil
+	case articleFilter{Tag: f.Tag, Limit: f.Limit, Offset: f.Offset}:
+		countQuery = `SELECT coalesce((SELECT articles FROM tag_counts WHERE tag = $1), 0)`
+	}
 	var total int
-	err := db.QueryRowContext(ctx,
-		`SELECT count(*) FROM articles a WHERE `+f.where(&countArgs),
-		countArgs...).Scan(&total)
+	err := db.QueryRowContext(ctx, countQuery, countArgs...).Scan(&total)
 	if err != nil {
 		return nil, 0, dbError(err)
 	}
@@ -465,9 +473,9 @@ const maxTags = 100
 func (db database) tags(ctx context.Context) ([]string, error) {
 	rows, err := db.QueryContext(ctx, `
 		SELECT tag
-		FROM articles, unnest(tags) AS tag
-		GROUP BY tag
-		ORDER BY count(*) DESC, tag
+		FROM tag_counts
+		WHERE articles > 0
+		ORDER BY articles DESC, tag
 		LIMIT $1`,
 		maxTags)
 	if err != nil {
