@@ -9,7 +9,7 @@ PGPORT  ?= 54329
 # initdb and postgres refuse to run as root: run them as the postgres user.
 AS_PG   := $(if $(filter 0,$(shell id -u)),runuser -u postgres --,)
 
-.PHONY: run test build db db-stop
+.PHONY: run test bench build db db-stop
 
 run:
 	@if [ -z "$$DATABASE_URL$$DB_HOST" ]; then \
@@ -20,6 +20,11 @@ run:
 test:
 	go test -race ./...
 	cd cdk && go test ./...
+
+# bench seeds a realistic dataset and measures every hot path over HTTP, the
+# main read against its ceilings, and the built binary (README: Performance).
+bench:
+	go test -run '^$$' -bench . -benchtime 5s -count 1 .
 
 # build is the Dockerfile's build command, for a local binary in bin/.
 build:
