@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"database/sql"
 	"database/sql/driver"
 	_ "embed"
@@ -32,7 +33,10 @@ const schemaLockID = 7_355_608
 
 // applySchema runs schema.sql in one transaction holding an advisory lock:
 // without the lock, concurrent CREATE ... IF NOT EXISTS statements race on
-// the catalog and fail with unique violations.
+// the catalog and fail with unique violations. It records the hash of the
+// schema it applied and skips a schema already applied: even a CREATE INDEX
+// IF NOT EXISTS locks its table against writes, so re-running the DDL at
+// every boot would stall the running instances' writes behind it.
 func applySchema(ctx context.Context, db *sql.DB) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
@@ -42,8 +46,28 @@ func applySchema(ctx context.Context, db *sql.DB) error {
 	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, schemaLockID); err != nil {
 		return fmt.Errorf("take schema lock: %w", err)
 	}
+	_, err = tx.ExecContext(ctx, `
+		CREATE TABLE IF NOT EXISTS schema_applied (
+			sha256     text PRIMARY KEY,
+			applied_at timestamptz NOT NULL DEFAULT now()
+		)`)
+	if err != nil {
+		return fmt.Errorf("create schema_applied: %w", err)
+	}
+	sum := fmt.Sprintf("%x", sha256.Sum256([]byte(schemaSQL)))
+	var applied bool
+	err = tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM schema_applied WHERE sha256 = $1)`, sum).Scan(&applied)
+	if err != nil {
+		return fmt.Errorf("read schema_applied: %w", err)
+	}
+	if applied {
+		return tx.Commit()
+	}
 	if _, err := tx.ExecContext(ctx, schemaSQL); err != nil {
 		return fmt.Errorf("apply schema: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_applied (sha256) VALUES ($1)`, sum); err != nil {
+		return fmt.Errorf("record schema: %w", err)
 	}
 	return tx.Commit()
 }
@@ -645,9 +669,13 @@ func randomSuffix() string {
 // Errors.
 
 // dbError maps database errors to the service's: no row is errNotFound, a
-// taken username or email is a validation error naming the field, and a
+// taken username or email is a validation error naming the field, a row
+// that refers to a user or article deleted meanwhile is errUnauthorized or
+// errNotFound, a value PostgreSQL cannot store is a validation error, and a
 // database that cannot answer is errUnavailable.
 func dbError(err error) error {
+	var pqErr *pq.Error
+	errors.As(err, &pqErr)
 	switch {
 	case err == nil:
 		return nil
@@ -657,15 +685,19 @@ func dbError(err error) error {
 		return invalid("username has already been taken")
 	case isUniqueViolation(err, "users_email_key"):
 		return invalid("email has already been taken")
+	case pqErr != nil && pqErr.Code == "23503": // foreign key violation
+		// The acting user's token outlived the user, or the article or
+		// followed user went away during the request.
+		if strings.HasSuffix(pqErr.Constraint, "_article_id_fkey") || pqErr.Constraint == "follows_followed_id_fkey" {
+			return errNotFound
+		}
+		return errUnauthorized
+	case pqErr != nil && pqErr.Code.Class() == "22": // data exception, such as a NUL character
+		return invalid("the request holds a value that cannot be stored, such as a NUL character")
 	case isUnavailable(err):
 		return fmt.Errorf("%w: %w", errUnavailable, err)
 	}
 	return err
-}
-
-func isForeignKeyViolation(err error) bool {
-	var pqErr *pq.Error
-	return errors.As(err, &pqErr) && pqErr.Code == "23503"
 }
 
 func isUniqueViolation(err error, constraint string) bool {

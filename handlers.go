@@ -22,12 +22,14 @@ import (
 	"net"
 	"net/http"
 	"net/mail"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -85,16 +87,13 @@ func (s *server) routes() http.Handler {
 
 	handle("GET /api/tags", s.handleTagList)
 
-	return s.recoverPanics(s.logRequests(s.cors(s.withDeadline(jsonMuxErrors(mux)))))
+	return s.logRequests(s.recoverPanics(s.cors(s.withDeadline(jsonMuxErrors(mux)))))
 }
 
 // Limits.
 const (
 	maxBodyBytes   = 1 << 20
 	maxHeaderBytes = 32 << 10
-	// hashWait is how long a login waits for a hashing slot before it is
-	// told to come back later.
-	hashWait       = 2 * time.Second
 	maxPageSize    = 100
 	defaultPage    = 20
 	tokenLifetime  = 30 * 24 * time.Hour
@@ -299,8 +298,11 @@ func checkUsername(username string) []string {
 		return []string{"username can't be blank"}
 	case utf8.RuneCountInString(username) > 64:
 		return []string{"username is too long (maximum is 64 characters)"}
-	case strings.ContainsFunc(username, func(r rune) bool { return r == '/' || r < ' ' || r == 0x7f }):
-		return []string{"username must not contain slashes or control characters"}
+	case strings.ContainsFunc(username, func(r rune) bool {
+		return !unicode.IsLetter(r) && !unicode.IsDigit(r) && !strings.ContainsRune("_-.", r)
+	}):
+		// Frontends put the name in URLs as it is: no space, '?', '#', '/'.
+		return []string{"username may contain only letters, digits, '_', '-' and '.'"}
 	}
 	return nil
 }
@@ -337,23 +339,21 @@ type profileResponse struct {
 }
 
 func (s *server) handleProfileGet(w http.ResponseWriter, r *http.Request) error {
-	p, err := s.db.profile(r.Context(), viewerOf(r).id, r.PathValue("username"))
-	if err != nil {
-		return notFound("profile", err)
-	}
-	return encode(w, http.StatusOK, profileResponse{p})
+	return s.answerProfile(w, r, s.db.profile)
 }
 
 func (s *server) handleProfileFollow(w http.ResponseWriter, r *http.Request) error {
-	p, err := s.db.follow(r.Context(), viewerOf(r).id, r.PathValue("username"))
-	if err != nil {
-		return notFound("profile", err)
-	}
-	return encode(w, http.StatusOK, profileResponse{p})
+	return s.answerProfile(w, r, s.db.follow)
 }
 
 func (s *server) handleProfileUnfollow(w http.ResponseWriter, r *http.Request) error {
-	p, err := s.db.unfollow(r.Context(), viewerOf(r).id, r.PathValue("username"))
+	return s.answerProfile(w, r, s.db.unfollow)
+}
+
+// answerProfile answers with the profile in the path as the viewer sees it
+// once get (which may follow or unfollow it) has run.
+func (s *server) answerProfile(w http.ResponseWriter, r *http.Request, get func(context.Context, int64, string) (profile, error)) error {
+	p, err := get(r.Context(), viewerOf(r).id, r.PathValue("username"))
 	if err != nil {
 		return notFound("profile", err)
 	}
@@ -454,9 +454,6 @@ func (s *server) handleArticleCreate(w http.ResponseWriter, r *http.Request) err
 	fields.Tags = tags
 	viewer := viewerOf(r)
 	slug, err := s.db.createArticle(r.Context(), viewer.id, fields)
-	if isForeignKeyViolation(err) {
-		return errUnauthorized // a valid token for a user that is gone
-	}
 	if err != nil {
 		return err
 	}
@@ -552,9 +549,6 @@ func (s *server) handleArticleUnfavorite(w http.ResponseWriter, r *http.Request)
 func (s *server) changeFavorite(w http.ResponseWriter, r *http.Request, change func(context.Context, int64, string) error) error {
 	slug, viewer := r.PathValue("slug"), viewerOf(r)
 	err := change(r.Context(), viewer.id, slug)
-	if isForeignKeyViolation(err) {
-		return errUnauthorized // a valid token for a user that is gone
-	}
 	if err != nil {
 		return notFound("article", err)
 	}
@@ -642,7 +636,8 @@ func (s *server) handleCommentCreate(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return notFound("article", err)
 	}
-	return encode(w, http.StatusCreated, commentResponse{c})
+	// The spec answers a new comment with 200, unlike a new article or user.
+	return encode(w, http.StatusOK, commentResponse{c})
 }
 
 func (s *server) handleCommentDelete(w http.ResponseWriter, r *http.Request) error {
@@ -796,7 +791,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 		if typeErr.Field == "" {
 			return invalid("body must be a JSON object")
 		}
-		return invalid(fmt.Sprintf("%s must be of type %s", typeErr.Field, jsonTypeName(typeErr.Type.Kind().String())))
+		return invalid(fmt.Sprintf("%s must be of type %s", typeErr.Field, jsonTypeName(typeErr.Type.Kind())))
 	}
 	return invalid("body could not be read")
 }
@@ -830,15 +825,15 @@ func caseVariantKey(data []byte, t reflect.Type) string {
 	return ""
 }
 
-func jsonTypeName(kind string) string {
+func jsonTypeName(kind reflect.Kind) string {
 	switch kind {
-	case "string":
+	case reflect.String:
 		return "string"
-	case "slice":
+	case reflect.Slice:
 		return "array"
-	case "struct", "map", "ptr":
+	case reflect.Struct, reflect.Map, reflect.Pointer:
 		return "object"
-	case "bool":
+	case reflect.Bool:
 		return "boolean"
 	}
 	return "number"
@@ -1090,12 +1085,16 @@ func (s *server) cors(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		origin := r.Header.Get("Origin")
 		allowed := origin != "" && s.originAllowed(origin)
+		anyOrigin := len(s.corsOrigins) == 1 && s.corsOrigins[0] == "*"
+		if !anyOrigin {
+			// The answer depends on the origin: caches must key on it.
+			w.Header().Add("Vary", "Origin")
+		}
 		if allowed {
-			if len(s.corsOrigins) == 1 && s.corsOrigins[0] == "*" {
+			if anyOrigin {
 				w.Header().Set("Access-Control-Allow-Origin", "*")
 			} else {
 				w.Header().Set("Access-Control-Allow-Origin", origin)
-				w.Header().Add("Vary", "Origin")
 			}
 			w.Header().Set("Access-Control-Expose-Headers", "X-Request-Id")
 		}
@@ -1221,8 +1220,9 @@ func (r *statusRecorder) status() int {
 // Unwrap lets http.ResponseController reach the real writer.
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// recoverPanics turns a panic in a handler into a logged 500, never a stack
-// trace for the client.
+// recoverPanics turns a panic in a handler into a 500 on the request's log
+// line, never a stack trace for the client. It runs inside logRequests so
+// the line has the request id.
 func (s *server) recoverPanics(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
@@ -1233,7 +1233,10 @@ func (s *server) recoverPanics(next http.Handler) http.Handler {
 			if v == http.ErrAbortHandler {
 				panic(v)
 			}
-			s.log.Error("panic", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v))
+			recordError(r, fmt.Errorf("panic: %v", v))
+			if rec, ok := w.(*statusRecorder); ok && rec.code != 0 {
+				return // the answer has begun: nothing sound can follow it
+			}
 			writeErrorBody(w, &apiError{http.StatusInternalServerError, []string{"internal server error"}})
 		}()
 		next.ServeHTTP(w, r)
@@ -1288,7 +1291,7 @@ func (l *rateLimiter) allow(client string) bool {
 	b, ok := l.buckets[client]
 	if !ok {
 		if len(l.buckets) >= maxBuckets {
-			l.dropFullBuckets(now)
+			l.dropBuckets(now)
 		}
 		b = &bucket{tokens: l.perMinute, last: now}
 		l.buckets[client] = b
@@ -1302,34 +1305,47 @@ func (l *rateLimiter) allow(client string) bool {
 	return true
 }
 
-// dropFullBuckets forgets the clients whose bucket has refilled: forgetting
-// them changes nothing.
-func (l *rateLimiter) dropFullBuckets(now time.Time) {
+// dropBuckets forgets the clients whose bucket has refilled, which changes
+// nothing, and then, if that freed less than a tenth of the room, arbitrary
+// others: a flood of new addresses must not grow the map, nor make every
+// new client pay for a full sweep.
+func (l *rateLimiter) dropBuckets(now time.Time) {
 	for client, b := range l.buckets {
 		if b.tokens+now.Sub(b.last).Minutes()*l.perMinute >= l.perMinute {
 			delete(l.buckets, client)
 		}
 	}
+	for client := range l.buckets {
+		if len(l.buckets) < maxBuckets*9/10 {
+			break
+		}
+		delete(l.buckets, client)
+	}
 }
 
 // clientAddr is the address of the client: the peer itself with no trusted
 // proxy, else the X-Forwarded-For entry the outermost trusted proxy
-// appended. Entries before it are whatever the client sent.
+// appended. Entries before it are whatever the client sent. An IPv6 client
+// counts as its /64, which one host can fill with addresses.
 func (l *rateLimiter) clientAddr(r *http.Request) string {
+	addr, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		addr = r.RemoteAddr
+	}
 	if l.proxyHops > 0 {
 		var hops []string
 		for _, h := range r.Header.Values("X-Forwarded-For") {
-			for _, addr := range strings.Split(h, ",") {
-				hops = append(hops, strings.TrimSpace(addr))
+			for _, hop := range strings.Split(h, ",") {
+				hops = append(hops, strings.TrimSpace(hop))
 			}
 		}
 		if len(hops) >= l.proxyHops {
-			return hops[len(hops)-l.proxyHops]
+			addr = hops[len(hops)-l.proxyHops]
 		}
 	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
+	if ip, err := netip.ParseAddr(addr); err == nil && ip.Is6() && !ip.Is4In6() {
+		prefix, _ := ip.Prefix(64)
+		return prefix.String()
 	}
-	return host
+	return addr
 }

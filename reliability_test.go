@@ -11,8 +11,10 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -504,7 +506,7 @@ func TestOthersObjects(t *testing.T) {
 	a := api.createArticle(alice.Token, "Alice's")
 	other := api.createArticle(mallory.Token, "Mallory's")
 	var res struct{ Comment testComment }
-	api.call("POST", "/api/articles/"+a.Slug+"/comments", alice.Token, `{"comment":{"body":"mine"}}`).want(http.StatusCreated, &res)
+	api.call("POST", "/api/articles/"+a.Slug+"/comments", alice.Token, `{"comment":{"body":"mine"}}`).want(http.StatusOK, &res)
 	commentID := fmt.Sprint(res.Comment.ID)
 
 	snapshot := func() string {
@@ -522,6 +524,49 @@ func TestOthersObjects(t *testing.T) {
 	api.call("DELETE", "/api/articles/"+other.Slug+"/comments/"+commentID, alice.Token, nil).wantError(http.StatusNotFound, "comment not found")
 	if after := snapshot(); after != before {
 		t.Fatalf("refused requests changed the database:\nbefore: %s\nafter:  %s", before, after)
+	}
+}
+
+// TestUnstorableInput sends values PostgreSQL cannot store or compare, such
+// as a NUL character, wherever the service takes input: 422, never a 500.
+func TestUnstorableInput(t *testing.T) {
+	t.Parallel()
+	api := newTestAPI(t)
+	user := api.seedUser("nul")
+	a := api.createArticle(user.Token, "Plain")
+	api.call("PUT", "/api/user", user.Token, `{"user":{"bio":"a\u0000b"}}`).wantError(http.StatusUnprocessableEntity, "cannot be stored")
+	api.call("POST", "/api/articles", user.Token, `{"article":{"title":"t","description":"d\u0000","body":"b"}}`).wantError(http.StatusUnprocessableEntity, "cannot be stored")
+	api.call("POST", "/api/articles/"+a.Slug+"/comments", user.Token, `{"comment":{"body":"\u0000"}}`).wantError(http.StatusUnprocessableEntity, "cannot be stored")
+	api.call("POST", "/api/users/login", "", `{"user":{"email":"a\u0000@b.co","password":"password123"}}`).wantError(http.StatusUnprocessableEntity, "cannot be stored")
+	api.call("GET", "/api/articles?tag=%00", "", nil).wantError(http.StatusUnprocessableEntity, "cannot be stored")
+	api.call("GET", "/api/profiles/%00", "", nil).wantError(http.StatusUnprocessableEntity, "cannot be stored")
+	api.call("GET", "/api/articles/%00", "", nil).wantError(http.StatusUnprocessableEntity, "cannot be stored")
+}
+
+// TestTokenOutlivesUser uses a valid token whose user is gone: every write
+// answers 401, never a 500.
+func TestTokenOutlivesUser(t *testing.T) {
+	t.Parallel()
+	api := newTestAPI(t)
+	author := api.seedUser("author")
+	a := api.createArticle(author.Token, "Stays")
+	ghost := api.seedUser("ghost")
+	if _, err := api.db.Exec(`DELETE FROM users WHERE username = 'ghost'`); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ method, path, body string }{
+		{"GET", "/api/user", ""},
+		{"PUT", "/api/user", `{"user":{"bio":"x"}}`},
+		{"POST", "/api/articles", `{"article":{"title":"t","description":"d","body":"b"}}`},
+		{"POST", "/api/articles/" + a.Slug + "/favorite", ""},
+		{"POST", "/api/articles/" + a.Slug + "/comments", `{"comment":{"body":"boo"}}`},
+		{"POST", "/api/profiles/author/follow", ""},
+	} {
+		var body any
+		if c.body != "" {
+			body = c.body
+		}
+		api.call(c.method, c.path, ghost.Token, body).wantError(http.StatusUnauthorized, "token")
 	}
 }
 
@@ -765,6 +810,9 @@ func TestClientAddr(t *testing.T) {
 		{1, []string{"1.1.1.1", "2.2.2.2"}, "2.2.2.2"},
 		{2, []string{"1.1.1.1, 2.2.2.2, 3.3.3.3"}, "2.2.2.2"},
 		{2, []string{"3.3.3.3"}, "192.0.2.1"},
+		// An IPv6 client is its /64: one host can take any address in it.
+		{1, []string{"2001:db8:1:2:aaaa::1"}, "2001:db8:1:2::/64"},
+		{1, []string{"::ffff:198.51.100.1"}, "::ffff:198.51.100.1"},
 	}
 	for _, tt := range tests {
 		r, _ := http.NewRequest("GET", "/", nil)
@@ -776,6 +824,40 @@ func TestClientAddr(t *testing.T) {
 		if got := l.clientAddr(r); got != tt.want {
 			t.Errorf("clientAddr(hops %d, %q) = %q, want %q", tt.hops, tt.header, got, tt.want)
 		}
+	}
+}
+
+func TestRateLimiterMemoryIsBounded(t *testing.T) {
+	l := newRateLimiter(1, 0, time.Now)
+	for i := range maxBuckets + 1000 {
+		l.allow(fmt.Sprint("client-", i)) // each spends its only token
+	}
+	if n := len(l.buckets); n > maxBuckets {
+		t.Fatalf("the limiter holds %d clients, more than its bound of %d", n, maxBuckets)
+	}
+	if !l.allow("newcomer") {
+		t.Fatal("a new client was refused")
+	}
+}
+
+// TestPanicIsA500 makes a handler panic: the client gets the JSON 500 and
+// the request's log line says what happened.
+func TestPanicIsA500(t *testing.T) {
+	logs := &syncBuffer{}
+	s := &server{log: slog.New(slog.NewJSONHandler(logs, nil))}
+	h := s.logRequests(s.recoverPanics(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		panic("boom")
+	})))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/api/tags", nil))
+	if rec.Code != http.StatusInternalServerError || !strings.Contains(rec.Body.String(), "internal server error") {
+		t.Fatalf("answer to a panic: %d %s", rec.Code, rec.Body)
+	}
+	if strings.Contains(rec.Body.String(), "boom") {
+		t.Fatalf("the answer leaks the panic: %s", rec.Body)
+	}
+	if line := logs.String(); !strings.Contains(line, `"status":500`) || !strings.Contains(line, "panic: boom") || !strings.Contains(line, "request_id") {
+		t.Fatalf("log line for a panic: %s", line)
 	}
 }
 
