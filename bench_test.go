@@ -195,7 +195,7 @@ func newHTTPCeiling(b *testing.B, body []byte) string {
 // from one client, then the first two ways through the whole service.
 func benchRoundTrips(b *testing.B, data *benchData, c int, results *benchResults) {
 	var sent []recordedStatement
-	recorder := openBenchDB(b, data.dbURL, func(cn driver.Connector) driver.Connector { return recordingConnector{cn, &sent} }, nil)
+	recorder := openBenchDB(b, data.dbURL, func(cn driver.Connector) driver.Connector { return hookedConnector{cn, recordStatements(&sent)} }, nil)
 	if _, _, err := (database{recorder}).listArticles(context.Background(), 0, articleFilter{Limit: defaultPage}); err != nil {
 		b.Fatal(err)
 	}
@@ -486,7 +486,7 @@ func openBenchDB(b *testing.B, dbURL string, wrap func(driver.Connector) driver.
 // statements it sends; configure, when not nil, changes the configuration.
 func newBenchServer(b *testing.B, dbURL string, configure func(*config)) *benchServer {
 	var statements atomic.Int64
-	db := openBenchDB(b, dbURL, func(c driver.Connector) driver.Connector { return countingConnector{c, &statements} }, configure)
+	db := openBenchDB(b, dbURL, func(c driver.Connector) driver.Connector { return hookedConnector{c, countStatements(&statements)} }, configure)
 	cfg := benchConfig(b, dbURL)
 	if configure != nil {
 		configure(&cfg)
@@ -717,7 +717,7 @@ func benchText(r *rand.Rand, n int) string {
 // each reads the articles with (the whole plans with -v).
 func printPlans(b *testing.B, data *benchData) {
 	var sent []recordedStatement
-	db := openBenchDB(b, data.dbURL, func(c driver.Connector) driver.Connector { return recordingConnector{c, &sent} }, nil)
+	db := openBenchDB(b, data.dbURL, func(c driver.Connector) driver.Connector { return hookedConnector{c, recordStatements(&sent)} }, nil)
 	defer db.Close()
 	db.SetMaxOpenConns(1)
 	ctx := context.Background()
@@ -828,34 +828,19 @@ func indent(s string) string {
 	return "    " + strings.ReplaceAll(strings.TrimSpace(s), "\n", "\n    ")
 }
 
-// recordingConnector keeps the statements sent through its connections.
-type recordingConnector struct {
-	driver.Connector
-	sent *[]recordedStatement
-}
-
-func (c recordingConnector) Connect(ctx context.Context) (driver.Conn, error) {
-	conn, err := c.Connector.Connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &recordingConn{conn.(pqConn), c.sent}, nil
-}
-
-type recordingConn struct {
-	pqConn
-	sent *[]recordedStatement
-}
-
-func (c *recordingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
-	if !strings.HasPrefix(query, "EXPLAIN") {
+// recordStatements is an onStatement hook that keeps the queries sent, but
+// for the benchmark's own EXPLAINs, with their arguments.
+func recordStatements(sent *[]recordedStatement) func(string, []driver.NamedValue) {
+	return func(query string, args []driver.NamedValue) {
+		if strings.HasPrefix(query, "EXPLAIN") {
+			return
+		}
 		st := recordedStatement{query: query}
 		for _, a := range args {
 			st.args = append(st.args, a.Value)
 		}
-		*c.sent = append(*c.sent, st)
+		*sent = append(*sent, st)
 	}
-	return c.pqConn.QueryContext(ctx, query, args)
 }
 
 // Results.

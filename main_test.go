@@ -344,7 +344,7 @@ func newTestAPIOn(t testing.TB, dbURL string, env map[string]string) *testAPI {
 		t.Fatal(err)
 	}
 	var statements atomic.Int64
-	db := sql.OpenDB(countingConnector{connector, &statements})
+	db := sql.OpenDB(hookedConnector{connector, countStatements(&statements)})
 	db.SetMaxOpenConns(cfg.maxConns)
 	db.SetMaxIdleConns(cfg.maxConns)
 	logs := &syncBuffer{}
@@ -545,19 +545,19 @@ func (a *testAPI) articles(token, query string) testArticles {
 	return res
 }
 
-// countingConnector counts the statements sent through its connections, so
-// tests can check how many each request costs.
-type countingConnector struct {
+// hookedConnector calls onStatement with each statement sent through its
+// connections: tests count them, and the benchmark records them to explain.
+type hookedConnector struct {
 	driver.Connector
-	count *atomic.Int64
+	onStatement func(query string, args []driver.NamedValue)
 }
 
-func (c countingConnector) Connect(ctx context.Context) (driver.Conn, error) {
+func (c hookedConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	conn, err := c.Connector.Connect(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return &countingConn{conn.(pqConn), c.count}, nil
+	return &hookedConn{conn.(pqConn), c.onStatement}, nil
 }
 
 // pqConn is what database/sql uses of a lib/pq connection.
@@ -569,19 +569,24 @@ type pqConn interface {
 	driver.Pinger
 }
 
-type countingConn struct {
+type hookedConn struct {
 	pqConn
-	count *atomic.Int64
+	onStatement func(query string, args []driver.NamedValue)
 }
 
-func (c *countingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
-	c.count.Add(1)
+func (c *hookedConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	c.onStatement(query, args)
 	return c.pqConn.QueryContext(ctx, query, args)
 }
 
-func (c *countingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
-	c.count.Add(1)
+func (c *hookedConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	c.onStatement(query, args)
 	return c.pqConn.ExecContext(ctx, query, args)
+}
+
+// countStatements is an onStatement hook that counts into n.
+func countStatements(n *atomic.Int64) func(string, []driver.NamedValue) {
+	return func(string, []driver.NamedValue) { n.Add(1) }
 }
 
 // syncBuffer is a bytes.Buffer safe for a logger and a test to share.
