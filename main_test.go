@@ -685,13 +685,20 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	}
 
 	stop()
+	wantCleanExit(t, result, "run")
+}
+
+// wantCleanExit waits for result, the end of a run or of a process told to
+// stop, and fails the test unless it ends without error within 30s.
+func wantCleanExit(t *testing.T, result <-chan error, what string) {
+	t.Helper()
 	select {
 	case err := <-result:
 		if err != nil {
-			t.Fatalf("run returned %v after shutdown, want nil", err)
+			t.Fatalf("%s ended with %v after the shutdown signal, want no error", what, err)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("run did not return within 30s of the shutdown signal")
+		t.Fatalf("%s did not end within 30s of the shutdown signal", what)
 	}
 }
 

@@ -366,14 +366,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("the process exited with %v, want 0", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the process did not exit within 30s of SIGTERM")
-	}
+	wantCleanExit(t, exited, "the process") // a non-zero exit is an error
 }
 
 // schemaFingerprint describes the tables, columns and indexes of a database.
